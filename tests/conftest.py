@@ -1,0 +1,17 @@
+"""Shared test helpers: where the ../shared data lives, and a fixture that skips without it."""
+from pathlib import Path
+
+import pytest
+
+# ../shared sits beside the checkout (CI clones main with it alongside); never copied into the project.
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+DATA = SHARED / "data"
+
+
+def shared_path(rel):
+    """Path to a file under ../shared, or skip the test with the reason when it is absent."""
+    p = SHARED / rel
+    if not p.exists():
+        pytest.skip(f"{p} not found: these tests need ../shared beside the checkout")
+    return p
