@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from array import array
 
 import numpy as np
 
@@ -123,7 +124,8 @@ def encode_span(tok, path, span, dtype):
         text = data.decode("utf-8")  # subtle: cuts sit before an ASCII '<', so no character is split
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not valid UTF-8 at byte {start + e.start}; fix or re-download it") from e
-    ids = np.array(tok.encode(text), dtype=np.int64)
+    # array("I") turns the list of ints into uint32 about 3x faster than np.array does; numpy then checks and casts
+    ids = np.frombuffer(array("I", tok.encode(text)), dtype=np.uintc)
     if ids.size and ids.max() > np.iinfo(dtype).max:
         raise ValueError(f"token id {ids.max()} does not fit {np.dtype(dtype).name}: "
                          f"the tokenizer's ids must be < its vocab_size ({tok.vocab_size})")
