@@ -152,6 +152,9 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = True
     machine = torch.cuda.get_device_name() if on_cuda else f"{cpu_name()}, {os.cpu_count()} cores"
     print(f"bench_train on {machine}, torch {torch.__version__}, config {config}")
+    if not on_cuda and hasattr(os, 'getloadavg') and os.getloadavg()[0] > 0.5 * os.cpu_count():
+        print(f"note: load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other work is running, so "
+              f"timings are noisy (--threads=1 gives steadier ratios)")
     for size in config['sizes'].split(','):
         if size not in SIZES:
             raise SystemExit(f"error: unknown size {size!r}; choose from {','.join(SIZES)}")

@@ -1,7 +1,12 @@
 """Shared test helpers: where the ../shared data lives, and a fixture that skips without it."""
+import os
 from pathlib import Path
 
-import pytest
+# Tests use tiny models, which run fastest on one thread; it also keeps the suite from stalling when the
+# machine is shared (two OpenMP threads on two busy cores can be 20x slower). Subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 # ../shared sits beside the checkout (CI clones main with it alongside); never copied into the project.
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
