@@ -327,8 +327,8 @@ class MultiHeadSelfAttention(nn.Module):
         if self.fused and kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            # query t (absolute position start + t) sees keys 0 .. start + t
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            # query t (absolute position start + t) sees keys 0 .. start + t; a single new token sees them all
+            mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
             attend = F.scaled_dot_product_attention if self.fused else scaled_dot_product_attention
             y = attend(q, k, v, mask)  # (B, H, T, D)
         return self.output_proj(y.transpose(1, 2).reshape(B, T, C))
