@@ -8,8 +8,13 @@ Switches (ModelConfig fields; defaults are the handout's modern block):
     norm       'pre' | 'post' | 'none'      where the norm sits in each block (post = Vaswani et al. 2017)
     norm_type  'rms' | 'layer'              RMSNorm (Zhang & Sennrich 2019) or LayerNorm (Ba et al. 2016)
     pos_emb    'rope' | 'none' | 'learned' | 'sinusoidal'
-    ffn        'swiglu' | 'silu' | 'relu' | 'gelu'   SwiGLU (Shazeer 2020) or a plain 2-matrix MLP
+    ffn        'swiglu' | 'silu' | 'relu' | 'gelu' | 'relu2'   SwiGLU (Shazeer 2020) or a plain 2-matrix MLP;
+               relu2 = ReLU(x)^2 (So et al. 2021, Primer)
     tie_embeddings  lm_head.weight IS token_embeddings.weight (one tensor)
+The leaderboard switches (handout 7.5; all off by default, each on its own):
+    qk_norm         RMSNorm over the head dim of every query and key before RoPE (Dehghani et al. 2023)
+    zero_init_proj  attention output_proj and FFN w2 start at zero, so every block starts as the identity
+    logit_softcap   0 = off; else logits = cap * tanh(logits / cap) (Gemma 2), bounding them in (-cap, cap)
     fused      opt-in fast path: PyTorch's fused attention/norm/activation/loss kernels instead of ours
 The reference path uses only tensor ops and nn.Parameter; torch.nn.functional appears only behind `fused`.
 """
@@ -23,7 +28,7 @@ import torch.nn.functional as F  # used only on the fused=True fast path
 NORMS = ('pre', 'post', 'none')
 NORM_TYPES = ('rms', 'layer')
 POS_EMBS = ('rope', 'none', 'learned', 'sinusoidal')
-FFNS = ('swiglu', 'silu', 'relu', 'gelu')
+FFNS = ('swiglu', 'silu', 'relu', 'gelu', 'relu2')
 
 
 @dataclass
@@ -38,8 +43,11 @@ class ModelConfig:
     norm: str = 'pre'  # 'pre' | 'post' | 'none'
     norm_type: str = 'rms'  # 'rms' | 'layer'
     pos_emb: str = 'rope'  # 'rope' | 'none' | 'learned' | 'sinusoidal'
-    ffn: str = 'swiglu'  # 'swiglu' | 'silu' | 'relu' | 'gelu'
+    ffn: str = 'swiglu'  # 'swiglu' | 'silu' | 'relu' | 'gelu' | 'relu2'
     tie_embeddings: bool = False  # share token_embeddings.weight with lm_head.weight
+    qk_norm: bool = False  # RMSNorm (learned gain per head dim) on q and k of every head
+    zero_init_proj: bool = False  # attn.output_proj and ffn.w2 initialised to zero
+    logit_softcap: float = 0.0  # 0 = off; else cap * tanh(logits / cap), e.g. 30
     fused: bool = False  # fast path: fused PyTorch kernels (same math, same parameters)
 
     def __post_init__(self):
@@ -65,7 +73,9 @@ class ModelConfig:
                              f"must be even; change d_model or num_heads, or use pos_emb='none'|'learned'|'sinusoidal'")
         if self.pos_emb == 'sinusoidal' and self.d_model % 2:
             raise ValueError(f"sinusoidal positions interleave sin/cos, so d_model={self.d_model} must be even")
-        for name in ('tie_embeddings', 'fused'):
+        if not (isinstance(self.logit_softcap, (int, float)) and self.logit_softcap >= 0):
+            raise ValueError(f"logit_softcap={self.logit_softcap!r} must be 0 (off) or a positive cap such as 30.0")
+        for name in ('tie_embeddings', 'qk_norm', 'zero_init_proj', 'fused'):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
 
@@ -113,13 +123,22 @@ def relu(x):
     return x.clamp_min(0)
 
 
+def relu2(x):
+    """ReLU squared, max(x, 0)^2 (So et al. 2021): sparse like ReLU, smooth at 0 like GELU."""
+    return x.clamp_min(0).square()
+
+
+def fused_relu2(x):
+    return F.relu(x).square()
+
+
 def gelu(x):
     """Exact GELU, x * Phi(x) with the normal CDF written through erf (Hendrycks & Gimpel 2016)."""
     return 0.5 * x * (1.0 + torch.erf(x * (1.0 / math.sqrt(2.0))))
 
 
-ACTIVATIONS = {'silu': silu, 'relu': relu, 'gelu': gelu}
-FUSED_ACTIVATIONS = {'silu': F.silu, 'relu': F.relu, 'gelu': F.gelu}  # one kernel forward, one backward
+ACTIVATIONS = {'silu': silu, 'relu': relu, 'gelu': gelu, 'relu2': relu2}
+FUSED_ACTIVATIONS = {'silu': F.silu, 'relu': F.relu, 'gelu': F.gelu, 'relu2': fused_relu2}  # one kernel forward, one backward
 
 
 def scaled_dot_product_attention(Q, K, V, mask=None):
@@ -300,20 +319,28 @@ class SinusoidalPositions(nn.Module):
 
 class MultiHeadSelfAttention(nn.Module):
     """Causal multi-head self-attention (handout 3.5.5). One (C, C) matmul per projection covers all heads;
-    RoPE, if given, rotates Q and K per head. With a KV cache, keys/values of earlier calls are reused."""
+    RoPE, if given, rotates Q and K per head. With a KV cache, keys/values of earlier calls are reused.
+    qk_norm=True RMS-normalises every query and key over the head dim first, so the attention logits
+    q.k / sqrt(D) are bounded by sqrt(D) * |gain|^2 and cannot blow up as the weights grow."""
 
-    def __init__(self, d_model, num_heads, rope=None, fused=False, layer_idx=0):
+    def __init__(self, d_model, num_heads, rope=None, fused=False, layer_idx=0, qk_norm=False):
         super().__init__()
         self.num_heads, self.rope, self.fused, self.layer_idx = num_heads, rope, fused, layer_idx
         self.q_proj = Linear(d_model, d_model)
         self.k_proj = Linear(d_model, d_model)
         self.v_proj = Linear(d_model, d_model)
         self.output_proj = Linear(d_model, d_model)
+        if qk_norm:  # gains of ones: no random numbers drawn, so the other weights init as without it
+            self.q_norm = RMSNorm(d_model // num_heads, fused=fused)
+            self.k_norm = RMSNorm(d_model // num_heads, fused=fused)
+        self.qk_norm = qk_norm
 
     def forward(self, x, token_positions=None, kv_cache=None):
         B, T, C = x.shape
         H = self.num_heads
         q, k, v = (proj(x).view(B, T, H, C // H).transpose(1, 2) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if self.qk_norm:  # (B, H, T, D), normalised over D; before RoPE, which preserves the norm anyway
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:  # q, k: (B, H, T, D)
             if token_positions is None:
                 token_positions = torch.arange(T, device=x.device)
@@ -341,10 +368,16 @@ class Block(nn.Module):
         super().__init__()
         self.post_norm = config.norm == 'post'
         self.ln1 = make_norm(config)
-        self.attn = MultiHeadSelfAttention(config.d_model, config.num_heads, rope, config.fused, layer_idx)
+        self.attn = MultiHeadSelfAttention(config.d_model, config.num_heads, rope, config.fused, layer_idx,
+                                           config.qk_norm)
         self.ln2 = make_norm(config)
         act = (FUSED_ACTIVATIONS if config.fused else ACTIVATIONS)['silu' if config.ffn == 'swiglu' else config.ffn]
         self.ffn = FeedForward(config.d_model, config.d_ff, act, gated=config.ffn == 'swiglu')
+        if config.zero_init_proj:
+            # subtle: zeroed after the random init, so the RNG stream (and every other weight) is unchanged.
+            # Each block then adds exactly 0 to the residual stream at step 0; w2's gradient is still nonzero.
+            nn.init.zeros_(self.attn.output_proj.weight)
+            nn.init.zeros_(self.ffn.w2.weight)
 
     def forward(self, x, token_positions=None, kv_cache=None):  # (B, T, C) -> (B, T, C)
         if self.post_norm:
@@ -408,6 +441,7 @@ class TransformerLM(nn.Module):
             # (lm_head.weight last, so its values win if the two entries differ).
             self.token_embeddings.weight = self.lm_head.weight
         self.loss_fn = fused_cross_entropy if c.fused else cross_entropy
+        self.softcap = float(c.logit_softcap)
 
     def forward(self, idx, targets=None, kv_cache=None):
         """idx (B, T) int64 -> logits (B, T, vocab_size), loss (mean cross-entropy vs targets, or None).
@@ -426,6 +460,8 @@ class TransformerLM(nn.Module):
         for block in self.layers:
             x = block(x, positions, kv_cache)
         logits = self.lm_head(self.ln_final(x))  # (B, T, V)
+        if self.softcap:  # in float32: tanh of bf16 logits would round them to ~3 significant digits
+            logits = self.softcap * torch.tanh(logits.float() / self.softcap)
         if kv_cache is not None:
             kv_cache.pos += T
         return logits, (None if targets is None else self.loss_fn(logits, targets))
@@ -450,13 +486,21 @@ class TransformerLM(nn.Module):
         c = self.config
         return 3 * sum(flops_breakdown(c, c.context_length).values()) / c.context_length
 
-    def param_groups(self, weight_decay):
+    def param_groups(self, weight_decay, muon=False):
         """Optimizer groups: weight decay on the weight of every Linear (incl. lm_head, hence a tied embedding
-        matrix too); none on norm gains/biases and untied embedding tables, which decay would only shrink."""
+        matrix too); none on norm gains/biases and untied embedding tables, which decay would only shrink.
+        muon=True puts the 2-D weights inside the blocks (q, k, v, output_proj, w1, w2, w3) in a first group
+        with use_muon=True; the rest (embeddings, lm_head, norms) keep the two AdamW groups, use_muon=False."""
         decay = {id(m.weight) for m in self.modules() if isinstance(m, Linear)}
+        # subtle: lm_head stays on AdamW even though it is 2-D: its rows are per-token outputs, not a hidden map
+        hidden = {id(m.weight) for m in self.layers.modules() if isinstance(m, Linear)} if muon else set()
         params = list(self.parameters())
-        return [{'params': [p for p in params if id(p) in decay], 'weight_decay': weight_decay},
-                {'params': [p for p in params if id(p) not in decay], 'weight_decay': 0.0}]
+        groups = [{'params': [p for p in params if id(p) in decay and id(p) not in hidden], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if id(p) not in decay], 'weight_decay': 0.0}]
+        if not muon:
+            return groups
+        return [{'params': [p for p in params if id(p) in hidden], 'weight_decay': weight_decay, 'use_muon': True},
+                *({**g, 'use_muon': False} for g in groups)]
 
 
 def flops_breakdown(config, seq_len):

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from configurator import configure
 from model import ModelConfig, TransformerLM
-from optim import AdamW, clip_grad_norm, cosine_lr
+from optim import AdamW, Muon, clip_grad_norm, cosine_lr, wsd_lr
 
 # ----------------------------------------------------------------------------- config
 # I/O
@@ -45,10 +45,18 @@ rope_theta = 10000.0  # RoPE base
 norm = 'pre'  # 'pre' | 'post' | 'none'
 norm_type = 'rms'  # 'rms' | 'layer'
 pos_emb = 'rope'  # 'rope' | 'none' | 'learned' | 'sinusoidal'
-ffn = 'swiglu'  # 'swiglu' | 'silu' | 'relu' | 'gelu'
+ffn = 'swiglu'  # 'swiglu' | 'silu' | 'relu' | 'gelu' | 'relu2' (ReLU squared, 2-matrix FFN)
 tie_embeddings = False  # share token_embeddings and lm_head weights
+qk_norm = False  # RMSNorm on each head's queries and keys before attention
+zero_init_proj = False  # attention output and FFN w2 start at zero: every block starts as the identity
+logit_softcap = 0.0  # 0 = off; else logits = cap * tanh(logits / cap), e.g. 30.0
 fused = False  # model fast path: PyTorch's fused kernels, same math
 # optimization (AdamW + cosine schedule, handout section 4)
+optimizer = 'adamw'  # 'adamw' | 'muon' (Muon on the blocks' matrices, AdamW with lr on the rest)
+muon_lr = 0.02  # Muon's peak lr; the schedule scales it by the same factor as lr
+muon_weight_decay = 0.0  # decoupled decay of the Muon matrices, lr * this per step
+lr_schedule = 'cosine'  # 'cosine' | 'wsd' (warmup, flat, linear decay over the last decay_frac of max_steps)
+decay_frac = 0.2  # wsd only: fraction of max_steps spent decaying to min_lr
 batch_size = 32  # B, sequences per micro-batch in each process
 grad_accum_steps = 1  # micro-batches per optimizer step over ALL processes (a multiple of their number)
 lr = 1e-3  # peak learning rate, reached after warmup
@@ -246,6 +254,13 @@ def main(argv=None):
         raise SystemExit(f"error: grad_accum_steps={c.grad_accum_steps} is not a multiple of the {world} processes")
     if c.dtype not in ('auto', 'bfloat16', 'float32'):
         raise SystemExit(f"error: dtype={c.dtype!r} is not one of auto|bfloat16|float32")
+    if c.optimizer not in ('adamw', 'muon') or c.lr_schedule not in ('cosine', 'wsd'):
+        raise SystemExit(f"error: optimizer={c.optimizer!r} / lr_schedule={c.lr_schedule!r}: choose "
+                         f"optimizer adamw|muon and lr_schedule cosine|wsd")
+    if c.optimizer == 'muon' and not c.lr > 0:
+        raise SystemExit(f"error: optimizer='muon' scales muon_lr by the schedule's lr / lr, so lr={c.lr} must be > 0")
+    if c.lr_schedule == 'wsd' and not 0 <= c.decay_frac <= 1:
+        raise SystemExit(f"error: decay_frac={c.decay_frac} is a fraction of max_steps; pick a value in [0, 1]")
     if c.eval_iters == 0:
         raise SystemExit("error: eval_iters=0 evaluates nothing; use a number of batches, or -1 for the whole file")
     dev = pick_device(c.device, local_rank)
@@ -259,6 +274,7 @@ def main(argv=None):
     tokens_per_step = c.batch_size * c.context_length * c.grad_accum_steps
     max_steps = c.max_steps or math.ceil(c.total_tokens / tokens_per_step)
     cosine_steps = c.cosine_steps or max_steps
+    decay_start = max_steps - round(c.decay_frac * max_steps)  # wsd: the flat part ends here
     dtype = torch.bfloat16 if c.dtype == 'bfloat16' or (c.dtype == 'auto' and dev.type == 'cuda') else torch.float32
     autocast = torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     if dev.type == 'cuda':  # TF32 matmuls on CUDA; never on MPS (handout note: wrong results there)
@@ -280,8 +296,13 @@ def main(argv=None):
     data_rng = torch.Generator().manual_seed(c.seed)  # the data stream; its state goes into checkpoints
     model_config = ModelConfig(**{f.name: config[f.name] for f in dataclasses.fields(ModelConfig) if f.name in config})
     raw_model = TransformerLM(model_config).to(dev)
-    optimizer = AdamW(raw_model.param_groups(c.weight_decay), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
-                      foreach=c.foreach)
+    if c.optimizer == 'muon':  # one optimizer: Muon groups first, then AdamW's (lr, betas, eps from here)
+        groups = raw_model.param_groups(c.weight_decay, muon=True)
+        groups[0].update(lr=c.muon_lr, weight_decay=c.muon_weight_decay)
+        optimizer = Muon(groups, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps, foreach=c.foreach)
+    else:
+        optimizer = AdamW(raw_model.param_groups(c.weight_decay), lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps,
+                          foreach=c.foreach)
     step, tokens, elapsed_before = 0, 0, 0.0
     if ckpt is not None:
         try:
@@ -320,8 +341,10 @@ def main(argv=None):
         raise SystemExit(f"error: non-finite {where} ({kept}); lower --lr, or pass --skip_nonfinite=True to skip "
                          f"steps with a non-finite gradient")
 
+    final = {}  # the last validation loss, for the summary line
+
     def run_eval():
-        val_loss = evaluate(model if not ddp else model.module, val_tokens, val_starts, c.batch_size,
+        val_loss = final['val_loss'] = evaluate(model if not ddp else model.module, val_tokens, val_starts, c.batch_size,
                             c.context_length, dev, autocast, rank, world)
         if not math.isfinite(val_loss):
             stop_nonfinite(f"validation loss at step {step}")
@@ -337,9 +360,12 @@ def main(argv=None):
     n_interval, skipped, t_log = 0, 0, time.time()
     bad_step = torch.tensor(-1, device=dev)  # first step with a non-finite grad norm; read at log steps only
     while step < max_steps:
-        lr = cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, cosine_steps)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
+        if c.lr_schedule == 'wsd':
+            lr = wsd_lr(step, c.lr, c.min_lr, c.warmup_steps, decay_start, max_steps)
+        else:
+            lr = cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, cosine_steps)
+        for group in optimizer.param_groups:  # Muon's matrices follow the same curve, scaled to muon_lr
+            group['lr'] = lr * (c.muon_lr / c.lr) if group.get('use_muon') else lr
         loss_accum = torch.zeros((), device=dev)
         for micro in range(accum):
             x, y = get_batch(train_tokens, c.batch_size, c.context_length, dev, data_rng, rank, world)
@@ -403,6 +429,8 @@ def main(argv=None):
         n_interval, skipped, t_log = 0, 0, time.time()
         if out_of_time:
             break
+    if 'val_loss' in final:  # the leaderboard's numbers, on the last line
+        log(f"final: val loss {final['val_loss']:.4f} | {time.time() - t_start:.1f} s wall-clock | {tokens:,} tokens")
     if ddp:
         dist.destroy_process_group()
 
