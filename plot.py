@@ -6,8 +6,8 @@ $ python plot.py out/run_a out/run_b --x=time --logy --out curves_time.png
 $ python plot.py out/* --x=tokens --metric=train_loss --title="LR sweep"
 
 Each run is a directory holding log.jsonl (or the .jsonl file itself); its legend name is the directory name.
-Diverged runs (non-finite values, or values far above where the runs started) are clipped at the top of the
-plot and marked with an x, so the runs that did learn stay readable.
+Values far above where the runs typically start (or non-finite ones) are drawn at the top of the plot, so the runs
+that did learn stay readable; a run whose loss went non-finite or above its start is labelled diverged and marked with an x.
 """
 import argparse
 import json
@@ -41,9 +41,15 @@ def read_log(run, metric, x):
 
 
 def clip_top(runs):
-    """A y limit that keeps the runs that learned readable: a bit above the largest starting value."""
-    firsts = [ys[0] for _, _, ys in runs if ys and math.isfinite(ys[0])]
-    return 1.1 * max(firsts) if firsts else None
+    """A y limit that keeps the runs that learned readable: a bit above the typical starting value (the median,
+    so one run that starts far higher, e.g. without normalisation, does not squash the others)."""
+    firsts = sorted(ys[0] for _, _, ys in runs if ys and math.isfinite(ys[0]))
+    return 1.1 * firsts[len(firsts) // 2] if firsts else None
+
+
+def diverged(ys):
+    """A run diverged if its loss went non-finite or above where it started (even if it came back down later)."""
+    return not all(math.isfinite(y) for y in ys) or max(ys) > ys[0]
 
 
 def main():
@@ -70,15 +76,14 @@ def main():
     top = clip_top(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for name, xs, ys in runs:
-        # subtle: a diverged run is drawn up to the clip line, then marked, instead of stretching the axis
-        bad = [i for i, y in enumerate(ys) if not math.isfinite(y) or (top is not None and y > top)]
-        if bad:
-            cut = bad[0]
-            line, = ax.plot(xs[:cut + 1], [min(y, top) if math.isfinite(y) else top for y in ys[:cut + 1]],
-                            label=f"{name} (diverged)")
-            ax.plot([xs[cut]], [top], marker="x", markersize=9, color=line.get_color())
+        # subtle: values above the limit (or non-finite) are drawn at the limit instead of stretching the axis
+        shown = [y if top is None or (math.isfinite(y) and y <= top) else top for y in ys]
+        if diverged(ys):
+            end = next((i for i, y in enumerate(ys) if not math.isfinite(y)), len(ys) - 1)  # stop at a NaN
+            line, = ax.plot(xs[:end + 1], shown[:end + 1], label=f"{name} (diverged)")
+            ax.plot([xs[end]], [shown[end]], marker="x", markersize=9, color=line.get_color())
         else:
-            ax.plot(xs, ys, label=name)
+            ax.plot(xs, shown, label=name)
     if top is not None and not args.logy:
         ax.set_ylim(top=top)
     if args.logy:

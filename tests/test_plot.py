@@ -37,9 +37,13 @@ def test_read_log_picks_metric_and_axis(tmp_path):
     assert xs == [0, 1, 2, 3, 4] and ys[1] == 30.0 and math.isnan(ys[2])
 
 
-def test_clip_top_ignores_diverged_values(tmp_path):
+def test_clip_top_and_divergence(tmp_path):
     runs = [plot.read_log(r, "val_loss", "step") for r in make_runs(tmp_path)]
+    assert plot.clip_top(runs) == pytest.approx(1.1 * 8.2)  # median of the starts (8.1, 8.2): the upper one
+    runs.append(("high_start", [0, 1], [26.0, 3.0]))  # starts far higher (no norm) but learns
     assert plot.clip_top(runs) == pytest.approx(1.1 * 8.2)
+    runs.append(("spike", [0, 1, 2], [8.0, 50.0, 5.0]))  # blew up, then the lr decayed and it recovered
+    assert [plot.diverged(ys) for _, _, ys in runs] == [False, True, False, True]
 
 
 def test_missing_log_is_a_clear_error(tmp_path):
