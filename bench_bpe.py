@@ -11,6 +11,8 @@ Rows:
   encode  our encode (cold cache: a new Tokenizer each run) and encode_iterable (a file's lines) vs tiktoken built from
           OUR vocab (same ids), single thread; plus the raw regex.findall rate.
   memory  peak RSS growth of encode_iterable over a 100 MB stream.
+  tokenize_data  tokenize_data.py with 2 worker processes (file -> .bin) vs tiktoken encode_to_numpy on one thread,
+          and its peak RSS at 20 MB vs 100 MB of input.
   compression  bytes/token of TinyStories and OpenWebText-like samples with a TinyStories and a webtext tokenizer,
           and how long our encoder would take for the 825 GB Pile.
 """
@@ -177,6 +179,60 @@ def print_table(header, rows):
     print()
 
 
+TD_CHILD = ("import resource, subprocess, sys, time; t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True); "
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(time.perf_counter() - t, u.ru_utime + u.ru_stime, u.ru_maxrss / 1024)")
+
+
+def run_tokenize_data(tok_dir, src, out, num_workers=2):
+    """tokenize_data.py in a fresh process (entry scripts don't import each other): wall s, CPU s of it and its
+    workers, peak RSS MB of its largest process. Wall time includes interpreter start-up (~0.2 s)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokenize_data.py")
+    cmd = [sys.executable, script, "--tokenizer", tok_dir, "--input", src, "--output", out,
+           "--num_workers", str(num_workers), "--quiet"]
+    res = subprocess.run([sys.executable, "-c", TD_CHILD, *cmd], capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(res.stderr)
+    return tuple(map(float, res.stdout.split()))
+
+
+def bench_tokenize_data(tok_dir, path, label, num_workers=2, repeats=3):
+    """Row: tokenize_data.py with num_workers processes (file in, .bin out) vs tiktoken encode_to_numpy, one thread,
+    same vocab and text; medians. Also MB per CPU-second, which other load on the machine distorts less."""
+    import numpy as np
+    import tiktoken
+    tok = Tokenizer.load(tok_dir)
+    ranks = {b: i for i, b in tok.vocab.items() if i not in tok.special_ids.values()}
+    enc = tiktoken.Encoding("ours", pat_str=GPT2_PAT.pattern, mergeable_ranks=ranks, special_tokens=tok.special_ids)
+    text, mb = open(path, encoding="utf-8", newline="").read(), os.path.getsize(path) / 1e6
+    ours, peer = [], []  # (wall s, CPU s)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.bin")
+        for _ in range(repeats):
+            ours.append(run_tokenize_data(tok_dir, path, out, num_workers)[:2])
+            t0, c0 = time.perf_counter(), time.process_time()
+            ref = enc.encode_to_numpy(text, allowed_special="all")
+            peer.append((time.perf_counter() - t0, time.process_time() - c0))
+        assert np.array_equal(np.fromfile(out, dtype=np.uint16 if tok.vocab_size < 2**16 else np.uint32), ref)
+    wall = [mb / statistics.median(w for w, _ in runs) for runs in (ours, peer)]
+    cpu = [mb / statistics.median(c for _, c in runs) for runs in (ours, peer)]
+    return [f"{label}: tokenize_data.py, {num_workers} workers vs 1 thread", f"{wall[0]:.1f} MB/s ({cpu[0]:.1f}/CPU-s)",
+            f"tiktoken {wall[1]:.1f} MB/s ({cpu[1]:.1f}/CPU-s)", f"{wall[0] / wall[1]:.2f}x"]
+
+
+def bench_tokenize_data_memory(tok_dir, path, sizes_mb=(20, 100), num_workers=2):
+    """Peak RSS of tokenize_data.py's largest process on `path` repeated to each size: flat is the target."""
+    data = open(path, "rb").read()
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.txt")
+        for size in sizes_mb:
+            with open(src, "wb") as f:
+                f.write(data * -(-size * 10**6 // len(data)))
+            wall, _, rss = run_tokenize_data(tok_dir, src, src + ".bin", num_workers)
+            print(f"tokenize_data.py on {os.path.basename(path)} repeated to {os.path.getsize(src) / 1e6:.0f} MB "
+                  f"({num_workers} workers): peak RSS {rss:.0f} MB, {wall:.1f}s")
+
+
 def main():
     global repeats, train_mb, vocab_size, stream_mb, shared
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -234,7 +290,12 @@ def main():
         rows = [[name] + [f"{bytes_per_token(tok, path):.2f}" for tok in toks.values()] for name, path in texts.items()]
         print(f"compression, bytes/token (our tokenizers: vocab {vocab_size})")
         print_table(["text"] + list(toks), rows)
-        # bench_tokenize_data(): the lead adds the tokenize_data.py row here.
+        # tokenize_data.py (issue 3): the whole pipeline, file in, .bin out, 2 processes vs tiktoken on one thread
+        print("tokenize_data.py: MB/s wall (MB per CPU-second in parentheses)")
+        print_table(["benchmark", "ours", "peer", "ours / peer"],
+                    [bench_tokenize_data(ts_tok, big, f"TinyStories {copies * len(sample) / 1e6:.0f} MB", repeats=repeats)])
+        bench_tokenize_data_memory(ts_tok, ts, sizes_mb=(20, stream_mb))
+        print()
         for label, rate in [("TinyStories", ts_rate), ("webtext", web_rate)]:
             hours = pile_gb * 1e3 / rate / 3600
             print(f"the {pile_gb} GB Pile at our {label} encode rate ({rate:.1f} MB/s, one core): "
