@@ -58,3 +58,8 @@ $(OUT)/done: $(OUT)/train.bin
 		--tokenizer_dir=$(OUT)/tokenizer --vocab_size=$(VOCAB) \
 		--resume=$(if $(wildcard $(OUT)/ckpt.pt),True,False) $(TRAIN_ARGS)
 	touch $@
+
+# ----------------------------------------------------------------------------- experiments
+# The handout's section 7 ablations at CPU scale on ../shared/data (results and plots: EXPERIMENTS.md, assets/).
+experiments: install
+	$(PYTHON) experiments.py

@@ -1,7 +1,7 @@
 """
 Run the handout's section 7 experiments at CPU scale and draw their learning curves (results: EXPERIMENTS.md).
 
-$ python experiments.py                      # every group: data prep, runs, plots (about an hour on 2 cores)
+$ python experiments.py                      # every group: data prep, runs, plots (~40 min on 2 cores)
 $ python experiments.py --only=lr,norm       # some groups; finished runs are skipped, so re-running is cheap
 $ python experiments.py --accounting         # handout 3.6: parameters and FLOPs of GPT-2 small..XL (no training)
 
@@ -29,7 +29,8 @@ OWT_VALID = os.path.join(SHARED, "owt_valid_head_150KB.txt")
 # group -> [(run name, train.py overrides)]; 'base' (config/exp_base.py as is) joins every group's plot
 GROUPS = {
     "lr": [("lr_1e-3", "--lr=1e-3"), ("lr_1e-2", "--lr=1e-2"), ("lr_3e-2", "--lr=3e-2"), ("lr_1e-1", "--lr=1e-1"),
-           ("lr_3e-1", "--lr=3e-1"), ("lr_1", "--lr=1.0")],
+           ("lr_3e-1", "--lr=3e-1"), ("lr_1", "--lr=1.0"), ("lr_1_noclip", "--lr=1.0 --grad_clip=0"),
+           ("lr_10", "--lr=10.0")],
     # same tokens (1.0M) for every batch size; LR re-tuned for the extremes
     "batch": [("bs_1_lr_1e-3", "--batch_size=1 --max_steps=8000 --warmup_steps=800 --eval_interval=1600 --lr=1e-3"),
               ("bs_8", "--batch_size=8 --max_steps=1000 --warmup_steps=100 --eval_interval=200"),
@@ -41,6 +42,10 @@ GROUPS = {
     "pos": [("nope", "--pos_emb=none"), ("learned", "--pos_emb=learned"), ("sinusoidal", "--pos_emb=sinusoidal")],
     "ffn": [("silu_4x", "--ffn=silu"), ("relu_4x", "--ffn=relu"), ("gelu_4x", "--ffn=gelu")],
     "tied": [("tied", "--tie_embeddings=True")],
+    # issue 8: the leaderboard switches one at a time, then all together (config/leaderboard_cpu.py)
+    "leaderboard": [("qk_norm", "--qk_norm=True"), ("relu2", "--ffn=relu2"), ("zero_init", "--zero_init_proj=True"),
+                    ("softcap_30", "--logit_softcap=30.0"), ("muon", "--optimizer=muon"),
+                    ("wsd", "--lr_schedule=wsd --decay_frac=0.3 --min_lr=0.0"), ("recipe", "config/leaderboard_cpu.py")],
     "data": [("webtext", "--train_data=data/web_train.bin --val_data=data/owt_valid.bin --tokenizer_dir=out/tok_web2k")],
 }
 
