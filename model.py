@@ -89,14 +89,7 @@ class Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, dim):
-        # subtract the max so exp never overflows (handout 3.5.4); softmax(x - c) == softmax(x)
-        z = x - x.amax(dim, keepdim=True)
-        # subtle: exp is ~10x slower on inputs below -87 (results that underflow), and half of causal
-        # attention is masked down there. So exp sees max(z, -80), and entries with z < -80 (weight below
-        # e^-80 ~ 2e-35 of the largest, which includes -inf and masked scores) are set to exactly 0.
-        flushed = z < -80.0
-        e = z.clamp_min_(-80.0).exp_().masked_fill_(flushed, 0.0)
-        y = e.div_(e.sum(dim, keepdim=True))
+        y = softmax_values(x, dim)
         ctx.dim = dim
         ctx.save_for_backward(y)
         return y
@@ -108,9 +101,23 @@ class Softmax(torch.autograd.Function):
         return gy.addcmul_(y, gy.sum(ctx.dim, keepdim=True), value=-1), None  # gy - y * sum(gy)
 
 
+def softmax_values(x, dim):
+    """The forward computation of softmax (no autograd record)."""
+    # subtract the max so exp never overflows (handout 3.5.4); softmax(x - c) == softmax(x)
+    z = x - x.amax(dim, keepdim=True)
+    # subtle: exp is ~10x slower on inputs below -87 (results that underflow), and half of causal
+    # attention is masked down there. So exp sees max(z, -80), and entries with z < -80 (weight below
+    # e^-80 ~ 2e-35 of the largest, which includes -inf and masked scores) are set to exactly 0.
+    flushed = z < -80.0
+    e = z.clamp_min_(-80.0).exp_().masked_fill_(flushed, 0.0)
+    return e.div_(e.sum(dim, keepdim=True))
+
+
 def softmax(x, dim):
     """exp(x) / sum(exp(x)) along `dim`, numerically stable (see Softmax)."""
-    return Softmax.apply(x, dim)
+    if x.requires_grad and torch.is_grad_enabled():
+        return Softmax.apply(x, dim)
+    return softmax_values(x, dim)  # inference (e.g. KV-cache decoding): skip the autograd.Function overhead
 
 
 def silu(x):
