@@ -98,6 +98,9 @@ def pretokenize_fragments(frags, special_re=None):
         yield f, piece_words
 
 
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens.json")  # what Tokenizer.save writes into a directory
+
+
 def bytes_to_unicode():
     """GPT-2's byte -> printable character table, used by vocab.json/merges.txt (no spaces or control chars)."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -460,7 +463,7 @@ class Tokenizer:
 
     @classmethod
     def load(cls, tokenizer_dir):
-        for name in ("vocab.json", "merges.txt", "special_tokens.json"):
+        for name in TOKENIZER_FILES:
             if not os.path.isfile(os.path.join(tokenizer_dir, name)):
                 raise FileNotFoundError(f"{os.path.join(tokenizer_dir, name)} not found: train a tokenizer first with "
                                         f"`python bpe.py train --input FILE --vocab_size N --out {tokenizer_dir}`")
@@ -484,7 +487,7 @@ class Tokenizer:
 def tokenizer_hash(tokenizer_dir):
     """sha256 (first 16 hex chars) of vocab.json + merges.txt + special_tokens.json: names a tokenizer in .bin sidecars."""
     h = hashlib.sha256()
-    for name in ("vocab.json", "merges.txt", "special_tokens.json"):
+    for name in TOKENIZER_FILES:
         with open(os.path.join(tokenizer_dir, name), "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:16]

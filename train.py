@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bpe import TOKENIZER_FILES, tokenizer_hash
 from configurator import configure
 from model import ModelConfig, TransformerLM
 from optim import AdamW, Muon, clip_grad_norm, cosine_lr, wsd_lr
@@ -92,7 +93,7 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith('_') and isin
 
 
 def has_tokenizer(tokenizer_dir):
-    return all(os.path.exists(os.path.join(tokenizer_dir, f)) for f in ('vocab.json', 'merges.txt', 'special_tokens.json'))
+    return all(os.path.exists(os.path.join(tokenizer_dir, f)) for f in TOKENIZER_FILES)
 
 
 def open_tokens(path, vocab_size, tokenizer_dir, context_length):
@@ -112,7 +113,6 @@ def open_tokens(path, vocab_size, tokenizer_dir, context_length):
         raise SystemExit(f"error: {path} was tokenized with vocab_size={meta.get('vocab_size')} but the model has "
                          f"vocab_size={vocab_size}; pass --vocab_size={meta.get('vocab_size')} or re-tokenize")
     if has_tokenizer(tokenizer_dir):
-        from bpe import tokenizer_hash  # lazy: only needed when the tokenizer is at hand
         if tokenizer_hash(tokenizer_dir) != meta.get('tokenizer_hash'):
             raise SystemExit(f"error: {path} was made by a different tokenizer than {tokenizer_dir} (hash "
                              f"{meta.get('tokenizer_hash')} vs {tokenizer_hash(tokenizer_dir)}); fix --tokenizer_dir "
@@ -341,10 +341,8 @@ def main(argv=None):
         raise SystemExit(f"error: non-finite {where} ({kept}); lower --lr, or pass --skip_nonfinite=True to skip "
                          f"steps with a non-finite gradient")
 
-    final = {}  # the last validation loss, for the summary line
-
     def run_eval():
-        val_loss = final['val_loss'] = evaluate(model if not ddp else model.module, val_tokens, val_starts, c.batch_size,
+        val_loss = evaluate(model if not ddp else model.module, val_tokens, val_starts, c.batch_size,
                             c.context_length, dev, autocast, rank, world)
         if not math.isfinite(val_loss):
             stop_nonfinite(f"validation loss at step {step}")
@@ -358,6 +356,7 @@ def main(argv=None):
         record({'step': 0, 'tokens': 0, 'time': 0.0, 'val_loss': run_eval()})
     interval = torch.zeros(2, device=dev)  # sums since the last log line: (train loss, grad norm)
     n_interval, skipped, t_log = 0, 0, time.time()
+    last_val = None  # the last validation loss, for the summary line
     bad_step = torch.tensor(-1, device=dev)  # first step with a non-finite grad norm; read at log steps only
     while step < max_steps:
         if c.lr_schedule == 'wsd':
@@ -419,7 +418,7 @@ def main(argv=None):
         if out_of_time:
             log(f"max_time={c.max_time}s reached at step {step}: final eval and checkpoint")
         if evaluating or out_of_time:
-            row['val_loss'] = run_eval()
+            row['val_loss'] = last_val = run_eval()
             if master:
                 save_checkpoint(raw_model, optimizer, step, ckpt_path, model_config=dataclasses.asdict(model_config),
                                 config=config, rng=rng_state(data_rng), tokens=tokens, time=time.time() - t_start,
@@ -429,8 +428,8 @@ def main(argv=None):
         n_interval, skipped, t_log = 0, 0, time.time()
         if out_of_time:
             break
-    if 'val_loss' in final:  # the leaderboard's numbers, on the last line
-        log(f"final: val loss {final['val_loss']:.4f} | {time.time() - t_start:.1f} s wall-clock | {tokens:,} tokens")
+    if last_val is not None:  # the leaderboard's numbers, on the last line
+        log(f"final: val loss {last_val:.4f} | {time.time() - t_start:.1f} s wall-clock | {tokens:,} tokens")
     if ddp:
         dist.destroy_process_group()
 

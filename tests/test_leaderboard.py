@@ -66,6 +66,7 @@ def test_each_switch_trains_and_fused_matches(switch):
     x, y = _batch()
     (logits, loss), (logits_f, loss_f) = ref(x, y), fused(x, y)
     torch.testing.assert_close(logits_f, logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_f, loss, atol=1e-5, rtol=1e-5)
     loss.backward()
     grads = [p.grad for p in ref.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
