@@ -295,15 +295,15 @@ class RoPE(nn.Module):
         super().__init__()
         inv_freq = theta ** (-torch.arange(0, d_k, 2, device=device, dtype=torch.float64) / d_k)  # (D/2,)
         angles = torch.arange(max_seq_len, device=device, dtype=torch.float64)[:, None] * inv_freq  # (T, D/2)
-        # not persistent: derived from the config, so they stay out of the state dict (as in the reference)
-        self.register_buffer('cos', angles.cos().float(), persistent=False)
-        self.register_buffer('sin', angles.sin().float(), persistent=False)
+        # rotating the pair (a, b) by angle t is multiplying the complex number a + ib by e^(it) (as in Meta's
+        # Llama code): 4 tensor ops instead of ~12 for the cos/sin form, which matters when decoding one token
+        # at a time. Not persistent: derived from the config, so it stays out of the state dict (as in the reference).
+        self.register_buffer('rotations', torch.polar(torch.ones_like(angles), angles).to(torch.complex64),
+                             persistent=False)
 
     def forward(self, x, token_positions):
-        cos, sin = self.cos[token_positions], self.sin[token_positions]  # (..., T, D/2)
-        x1, x2 = x[..., 0::2], x[..., 1::2]  # the two coordinates of every pair
-        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., T, D/2, 2)
-        return out.flatten(-2).to(x.dtype)  # interleave back: (..., T, D)
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (..., T, D/2): x[2i] + i x[2i+1]
+        return torch.view_as_real(pairs * self.rotations[token_positions]).flatten(-2).to(x.dtype)  # (..., T, D)
 
 
 class SinusoidalPositions(nn.Module):
@@ -470,7 +470,7 @@ class TransformerLM(nn.Module):
         return logits, (None if targets is None else self.loss_fn(logits, targets))
 
     def new_kv_cache(self, batch_size):
-        """An empty KVCache for incremental decoding (under torch.no_grad()): model(idx_new, kv_cache=cache)
+        """An empty KVCache for incremental decoding (under torch.no_grad() or torch.inference_mode()): model(idx_new, kv_cache=cache)
         appends idx_new. The cache holds at most context_length tokens; crop and refill it to go further."""
         return KVCache(self.config.num_layers, batch_size, self.config.context_length)
 
