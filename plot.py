@@ -75,15 +75,16 @@ def main():
         sys.exit(f"error: no run has '{args.metric}' in its log; try --metric=train_loss")
     top = clip_top(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for name, xs, ys in runs:
+    for i, (name, xs, ys) in enumerate(runs):
+        style = "-" if i < 10 else "--"  # the default color cycle has 10 colors: the next 10 runs are dashed
         # subtle: values above the limit (or non-finite) are drawn at the limit instead of stretching the axis
         shown = [y if top is None or (math.isfinite(y) and y <= top) else top for y in ys]
         if diverged(ys):
             end = next((i for i, y in enumerate(ys) if not math.isfinite(y)), len(ys) - 1)  # stop at a NaN
-            line, = ax.plot(xs[:end + 1], shown[:end + 1], label=f"{name} (diverged)")
+            line, = ax.plot(xs[:end + 1], shown[:end + 1], style, label=f"{name} (diverged)")
             ax.plot([xs[end]], [shown[end]], marker="x", markersize=9, color=line.get_color())
         else:
-            ax.plot(xs, shown, label=name)
+            ax.plot(xs, shown, style, label=name)
     if top is not None and not args.logy:
         ax.set_ylim(top=top)
     if args.logy:

@@ -56,8 +56,8 @@ fused = False  # model fast path: PyTorch's fused kernels, same math
 optimizer = 'adamw'  # 'adamw' | 'muon' (Muon on the blocks' matrices, AdamW with lr on the rest)
 muon_lr = 0.02  # Muon's peak lr; the schedule scales it by the same factor as lr
 muon_weight_decay = 0.0  # decoupled decay of the Muon matrices, lr * this per step
-lr_schedule = 'cosine'  # 'cosine' | 'wsd' (warmup, flat, linear decay over the last decay_frac of max_steps)
-decay_frac = 0.2  # wsd only: fraction of max_steps spent decaying to min_lr
+lr_schedule = 'cosine'  # 'cosine' | 'wsd' (warmup, flat, linear decay over the last decay_frac of the run)
+decay_frac = 0.2  # wsd only: fraction of the run's steps spent decaying to min_lr
 batch_size = 32  # B, sequences per micro-batch in each process
 grad_accum_steps = 1  # micro-batches per optimizer step over ALL processes (a multiple of their number)
 lr = 1e-3  # peak learning rate, reached after warmup
@@ -74,6 +74,8 @@ foreach = True  # AdamW fast path: one kernel per op for all tensors (bit-identi
 max_steps = 0  # optimizer steps; 0 -> total_tokens / tokens per step
 total_tokens = 327_680_000  # training tokens (the handout's budget), used when max_steps = 0
 max_time = 0.0  # wall-clock seconds (resumes included), checked at log steps; then final eval + ckpt. 0 = none
+time_schedule = False  # True: the lr schedule ends at max_time, max_steps is only a cap (the loop re-fits the
+#   schedule's length every step to the steps max_time allows at the pace so far; needs max_time)
 # evaluation and logging
 eval_interval = 500  # steps between validation + checkpoint
 eval_iters = 20  # validation batches over fixed windows (the same every eval); -1 = the whole file
@@ -261,6 +263,9 @@ def main(argv=None):
         raise SystemExit(f"error: optimizer='muon' scales muon_lr by the schedule's lr / lr, so lr={c.lr} must be > 0")
     if c.lr_schedule == 'wsd' and not 0 <= c.decay_frac <= 1:
         raise SystemExit(f"error: decay_frac={c.decay_frac} is a fraction of max_steps; pick a value in [0, 1]")
+    if c.time_schedule and not c.max_time > 0:
+        raise SystemExit(f"error: time_schedule=True fits the lr schedule into max_time, so set --max_time "
+                         f"(seconds), got {c.max_time}")
     if c.eval_iters == 0:
         raise SystemExit("error: eval_iters=0 evaluates nothing; use a number of batches, or -1 for the whole file")
     dev = pick_device(c.device, local_rank)
@@ -273,8 +278,6 @@ def main(argv=None):
     accum = c.grad_accum_steps // world  # micro-batches per process per step
     tokens_per_step = c.batch_size * c.context_length * c.grad_accum_steps
     max_steps = c.max_steps or math.ceil(c.total_tokens / tokens_per_step)
-    cosine_steps = c.cosine_steps or max_steps
-    decay_start = max_steps - round(c.decay_frac * max_steps)  # wsd: the flat part ends here
     dtype = torch.bfloat16 if c.dtype == 'bfloat16' or (c.dtype == 'auto' and dev.type == 'cuda') else torch.float32
     autocast = torch.autocast(dev.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
     if dev.type == 'cuda':  # TF32 matmuls on CUDA; never on MPS (handout note: wrong results there)
@@ -358,11 +361,22 @@ def main(argv=None):
     n_interval, skipped, t_log = 0, 0, time.time()
     last_val = None  # the last validation loss, for the summary line
     bad_step = torch.tensor(-1, device=dev)  # first step with a non-finite grad norm; read at log steps only
+
+    def time_used():  # rank 0's clock decides, or the processes could disagree on the lr and on stopping
+        t = torch.tensor((time.time() - t_start) / c.max_time, device=dev)
+        if ddp:
+            dist.broadcast(t, src=0)
+        return t.item()
+
+    used = time_used() if c.time_schedule else 0.0  # the fraction of max_time spent (resumes included)
     while step < max_steps:
-        if c.lr_schedule == 'wsd':
-            lr = wsd_lr(step, c.lr, c.min_lr, c.warmup_steps, decay_start, max_steps)
+        horizon = max_steps  # the step at which the schedule ends
+        if c.time_schedule and step > 0:  # as many steps as max_time allows at the pace so far, re-fit every step
+            horizon = min(max_steps, max(step + 1, round(step / used)))
+        if c.lr_schedule == 'wsd':  # the flat part ends decay_frac of the way before the end
+            lr = wsd_lr(step, c.lr, c.min_lr, c.warmup_steps, horizon - round(c.decay_frac * horizon), horizon)
         else:
-            lr = cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, cosine_steps)
+            lr = cosine_lr(step, c.lr, c.min_lr, c.warmup_steps, c.cosine_steps or horizon)
         for group in optimizer.param_groups:  # Muon's matrices follow the same curve, scaled to muon_lr
             group['lr'] = lr * (c.muon_lr / c.lr) if group.get('use_muon') else lr
         loss_accum = torch.zeros((), device=dev)
@@ -388,7 +402,9 @@ def main(argv=None):
         step += 1
         tokens += tokens_per_step
 
-        last = step == max_steps
+        if c.time_schedule:
+            used = time_used()
+        last = step == max_steps or used >= 1
         evaluating = last or (c.eval_interval > 0 and step % c.eval_interval == 0)
         if not (step % c.log_interval == 0 or evaluating or last):
             continue
@@ -410,8 +426,8 @@ def main(argv=None):
         dt = (time.time() - t_log) / max(n_interval + skipped, 1)  # seconds per step over this interval
         tok_s = tokens_per_step / dt
         mfu = f" | mfu {100 * raw_model.flops_per_token() * tok_s / (c.peak_flops * world):.1f}%" if dev.type == 'cuda' else ''
-        eta = (max_steps - step) * dt
-        log(f"step {step}/{max_steps} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | {tok_s:,.0f} tok/s"
+        eta = (horizon - step) * dt
+        log(f"step {step}/{horizon} | loss {train_loss:.4f} | lr {lr:.2e} | norm {norm:.3f} | {tok_s:,.0f} tok/s"
             f"{mfu} | eta {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s")
         row = {'step': step, 'tokens': tokens, 'time': round(elapsed, 3), 'train_loss': train_loss, 'lr': lr,
                'grad_norm': norm}
@@ -426,7 +442,7 @@ def main(argv=None):
         record(row)
         interval.zero_()
         n_interval, skipped, t_log = 0, 0, time.time()
-        if out_of_time:
+        if out_of_time or last:
             break
     if last_val is not None:  # the leaderboard's numbers, on the last line
         log(f"final: val loss {last_val:.4f} | {time.time() - t_start:.1f} s wall-clock | {tokens:,} tokens")

@@ -172,6 +172,27 @@ def test_train_muon_wsd_end_to_end(tmp_path):
         train.main(["--optimizer=sgd"])
 
 
+def test_time_schedule_fits_the_decay_into_max_time(tmp_path):
+    _write_tokens(tmp_path / "train.bin", _pattern(20_000, 0))
+    _write_tokens(tmp_path / "val.bin", _pattern(4_000, 1))
+    out = tmp_path / "out"
+    args = [f"--train_data={tmp_path / 'train.bin'}", f"--val_data={tmp_path / 'val.bin'}",
+            f"--tokenizer_dir={tmp_path / 'tok'}", f"--vocab_size={VOCAB}", "--context_length=16", "--d_model=32",
+            "--num_layers=2", "--num_heads=4", "--batch_size=4", "--device=cpu", "--warmup_steps=5",
+            "--eval_iters=2", "--log_interval=1", "--eval_interval=0", "--lr=3e-3", "--min_lr=0.0",
+            "--lr_schedule=wsd", "--decay_frac=0.5", "--max_steps=1000000", f"--out_dir={out}"]
+    with pytest.raises(SystemExit, match="time_schedule=True.*--max_time"):
+        train.main(args + ["--time_schedule=True"])
+    train.main(args + ["--time_schedule=True", "--max_time=2.0"])
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps, lrs = [r["step"] for r in rows], [r["lr"] for r in rows]
+    assert 50 < steps[-1] < 1_000_000 and 2.0 <= rows[-1]["time"] < 4.0  # stopped by the clock, not the cap
+    assert "val_loss" in rows[-1]  # the final evaluation
+    assert lrs[steps.index(6)] == 3e-3  # warmup done, flat part
+    assert 3e-3 in lrs[steps.index(6):len(lrs) // 3]  # still flat a third of the way in
+    assert lrs[-1] < 0.1 * 3e-3  # and the decay ends with the time, not at max_steps
+
+
 @pytest.mark.slow
 def test_compile_all_switches():
     m = _model(**SWITCHES)
