@@ -351,7 +351,7 @@ class MultiHeadSelfAttention(nn.Module):
                 token_positions = torch.arange(T, device=x.device)
             if token_positions.dim() > 1:  # (B, T) -> (B, 1, T): the same positions for every head
                 token_positions = token_positions.unsqueeze(-2)
-            q, k = self.rope(q, token_positions), self.rope(k, token_positions)
+            q, k = self.rope(torch.stack((q, k)), token_positions)  # one call rotates both: (2, B, H, T, D)
         start = 0
         if kv_cache is not None:
             start = kv_cache.pos
