@@ -76,6 +76,23 @@ def test_output_equals_encode_of_whole_text(tok, tok_dir, sample, tmp_path, num_
     assert n == len(ids) == meta["num_tokens"]
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc (Linux only)")
+def test_heap_trimmed_only_after_growth(monkeypatch, tok, tmp_path):
+    """encode_and_trim returns encode_span's bytes, trims glibc's heap once, then not again until RSS grows 16 MB."""
+    path = write_text(tmp_path / "in.txt", TRICKY * 20)
+    span = (0, os.path.getsize(path))
+    trims = []
+    monkeypatch.setattr(td, "malloc_trim", trims.append)
+    monkeypatch.setattr(td, "_rss_limit", 0)
+    assert td.encode_and_trim(tok, str(path), span, np.uint16) == td.encode_span(tok, str(path), span, np.uint16)
+    assert trims == [0] and td._rss_limit == pytest.approx(td.rss_bytes() + (16 << 20), abs=4 << 20)
+    td.encode_and_trim(tok, str(path), span, np.uint16)
+    assert trims == [0]  # no growth: no second trim
+    monkeypatch.setattr(td, "_rss_limit", td.rss_bytes() - 1)  # as if the heap had grown past the limit
+    td.encode_and_trim(tok, str(path), span, np.uint16)
+    assert trims == [0, 0]
+
+
 def test_sidecar(tok, tok_dir, tmp_path):
     src = write_text(tmp_path / "in.txt", TRICKY)
     out = str(tmp_path / "out.bin")
