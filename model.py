@@ -472,8 +472,9 @@ class TransformerLM(nn.Module):
         return logits, (None if targets is None else self.loss_fn(logits, targets))
 
     def new_kv_cache(self, batch_size):
-        """An empty KVCache for incremental decoding (under torch.no_grad() or torch.inference_mode()): model(idx_new, kv_cache=cache)
-        appends idx_new. The cache holds at most context_length tokens; crop and refill it to go further."""
+        """An empty KVCache for incremental decoding (under torch.no_grad() or torch.inference_mode()):
+        model(idx_new, kv_cache=cache) appends idx_new. The cache holds at most context_length tokens; crop and
+        refill it to go further."""
         return KVCache(self.config.num_layers, batch_size, self.config.context_length)
 
     def num_params(self, non_embedding=False):

@@ -362,11 +362,13 @@ def main(argv=None):
     last_val = None  # the last validation loss, for the summary line
     bad_step = torch.tensor(-1, device=dev)  # first step with a non-finite grad norm; read at log steps only
 
-    def time_used():  # rank 0's clock decides, or the processes could disagree on the lr and on stopping
-        t = torch.tensor((time.time() - t_start) / c.max_time, device=dev)
-        if ddp:
+    def time_used():  # the fraction of max_time spent; read on the host, so the device is not waited for
+        used = (time.time() - t_start) / c.max_time
+        if ddp:  # rank 0's clock decides, or the processes could disagree on the lr and on stopping
+            t = torch.tensor(used, device=dev)
             dist.broadcast(t, src=0)
-        return t.item()
+            used = t.item()
+        return used
 
     used = time_used() if c.time_schedule else 0.0  # the fraction of max_time spent (resumes included)
     while step < max_steps:
