@@ -1,7 +1,7 @@
 """
 Run the handout's section 7 experiments at CPU scale and draw their learning curves (results: EXPERIMENTS.md).
 
-$ python experiments.py                      # every group: data prep, runs, plots (~40 min on 2 cores)
+$ python experiments.py                      # every group: data prep, runs, plots (~55 min on 2 cores)
 $ python experiments.py --only=lr,norm       # some groups; finished runs are skipped, so re-running is cheap
 $ python experiments.py --accounting         # handout 3.6: parameters and FLOPs of GPT-2 small..XL (no training)
 
