@@ -2,6 +2,7 @@
 # size, data, budget (250 steps) and evaluation are exactly the baseline's and only the recipe's switches differ.
 #   $ python train.py config/exp_base.py config/leaderboard_cpu.py            # the recipe
 #   $ python experiments.py --only=leaderboard                                  # baseline vs each switch vs recipe
+#   $ python experiments.py --only=budget                                       # the same, 150 s of wall-clock each
 out_dir = 'out/exp/leaderboard/recipe'
 ffn = 'relu2'  # d_ff = 4 * 128 = 512: the same parameter count as exp_base's swiglu 320
 qk_norm = True
