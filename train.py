@@ -364,7 +364,7 @@ def main(argv=None):
 
     def time_used():  # the fraction of max_time spent; read on the host, so the device is not waited for
         used = (time.time() - t_start) / c.max_time
-        if ddp:  # rank 0's clock decides, or the processes could disagree on the lr and on stopping
+        if ddp:  # rank 0's clock decides, or the processes could disagree on the lr and on stopping (and hang)
             t = torch.tensor(used, device=dev)
             dist.broadcast(t, src=0)
             used = t.item()
@@ -416,10 +416,9 @@ def main(argv=None):
             interval /= world
         train_loss, norm = (interval / max(n_interval, 1)).tolist()
         elapsed = time.time() - t_start
-        out_of_time = torch.tensor(float(c.max_time > 0 and elapsed > c.max_time), device=dev)
-        if ddp:  # one clock (rank 0's) decides, or the processes could disagree and hang
-            dist.broadcast(out_of_time, src=0)
-        out_of_time = out_of_time.item() > 0
+        if c.max_time > 0:  # without time_schedule, the clock is read only here
+            used = time_used()
+        out_of_time = used >= 1
         first_bad = int(bad_step)
         if first_bad >= 0:
             stop_nonfinite(f"gradient at step {first_bad}")
